@@ -8,6 +8,8 @@
  * stderr naming the cause and the fix; nothing is left mounted). */
 #define FUSE_USE_VERSION 314
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <stddef.h>
@@ -297,6 +299,86 @@ static int run(struct fuse_session *se, lk_fs *fs, aws_config *cfg,
     return rc;
 }
 
+/* libfuse reports bad options and mount failures on stderr itself; catch
+ * what it says so that the user gets it as our one line. */
+typedef struct err_capture {
+    int saved, pipe[2];
+} err_capture;
+
+static void capture_begin(err_capture *c)
+{
+    fflush(stderr);
+    c->saved = -1;
+    if (pipe2(c->pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return;
+    c->saved = dup(STDERR_FILENO);
+    dup2(c->pipe[1], STDERR_FILENO);
+}
+
+/* What was written meanwhile, as one line without libfuse's "fuse: ". */
+static void capture_end(err_capture *c, char *out, size_t outlen)
+{
+    out[0] = '\0';
+    if (c->saved < 0)
+        return;
+    fflush(stderr);
+    dup2(c->saved, STDERR_FILENO);
+    close(c->saved);
+    close(c->pipe[1]);
+    ssize_t n = read(c->pipe[0], out, outlen - 1);
+    close(c->pipe[0]);
+    out[n > 0 ? n : 0] = '\0';
+    for (char *p = out; *p; p++)
+        if (*p == '\n')
+            *p = (p[1] ? ' ' : '\0');
+    if (strncmp(out, "fuse: ", 6) == 0)
+        memmove(out, out + 6, strlen(out + 6) + 1);
+}
+
+/* Options libfuse does not know are refused before anything else is done:
+ * a throwaway session parses them (it opens nothing until mounted). */
+static bool fuse_options_check(struct fuse_args *args)
+{
+    struct fuse_args copy = FUSE_ARGS_INIT(0, NULL);
+    err_capture cap;
+    char msg[512];
+    bool ok = true;
+
+    for (int i = 0; i < args->argc; i++)
+        if (fuse_opt_add_arg(&copy, args->argv[i]) != 0) {
+            fuse_opt_free_args(&copy);
+            return false;
+        }
+    capture_begin(&cap);
+    struct fuse_session *se = fuse_session_new(&copy, &lk_fs_ops, sizeof lk_fs_ops, NULL);
+    capture_end(&cap, msg, sizeof msg);
+    if (se)
+        fuse_session_destroy(se);
+    else {
+        fprintf(stderr, "lynkfs: %s: see lynkfs --help for the options\n",
+                msg[0] ? msg : "the FUSE options were not accepted");
+        ok = false;
+    }
+    fuse_opt_free_args(&copy);
+    return ok;
+}
+
+static bool mountpoint_check(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        fprintf(stderr, "lynkfs: cannot mount on %s: %s: create the directory "
+                "first (mkdir -p %s)\n", dir, strerror(errno), dir);
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lynkfs: cannot mount on %s: not a directory: give a "
+                "directory as MOUNTPOINT\n", dir);
+        return false;
+    }
+    return true;
+}
+
 static void opts_free(opts *o)
 {
     char **s[] = {&o->table, &o->mountpoint, &o->region, &o->endpoint,
@@ -330,7 +412,9 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!o.table || !o.mountpoint) {
-        usage(stderr);
+        fprintf(stderr, "lynkfs: missing %s: usage: lynkfs TABLE MOUNTPOINT "
+                "[-o OPT,...] [-f] [-d] (see lynkfs --help)\n",
+                o.table ? "MOUNTPOINT" : "TABLE and MOUNTPOINT");
         goto out;
     }
     if (o.debug)
@@ -343,6 +427,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "lynkfs: %s\n", lerr.msg);
         goto out;
     }
+
+    if (!mountpoint_check(o.mountpoint) || !fuse_options_check(&args))
+        goto out;
 
     aws_options ao = {o.region, o.endpoint, o.profile};
     if (aws_config_load(&ao, &cfg, &aerr) != AWS_OK) {
@@ -368,18 +455,24 @@ int main(int argc, char **argv)
     }
     struct fuse_session *se = fuse_session_new(&args, &lk_fs_ops,
                                                sizeof lk_fs_ops, fs);
-    if (!se) { /* libfuse said why (e.g. an unknown option) */
-        fprintf(stderr, "lynkfs: the options above were not accepted: see "
-                        "lynkfs --help\n");
+    if (!se) { /* checked above: only out of memory is left */
+        fprintf(stderr, "lynkfs: cannot create the FUSE session: out of memory\n");
         lk_fs_free(fs);
         goto out;
     }
+    err_capture cap;
+    char why[512];
+    capture_begin(&cap);
+    int mounted = fuse_session_mount(se, o.mountpoint);
+    capture_end(&cap, why, sizeof why);
     if (fuse_set_signal_handlers(se) != 0) {
         fprintf(stderr, "lynkfs: cannot install signal handlers\n");
-    } else if (fuse_session_mount(se, o.mountpoint) != 0) {
-        fprintf(stderr, "lynkfs: cannot mount on %s: check that it is an "
-                "existing directory you own and that fusermount3 works\n",
-                o.mountpoint);
+        if (mounted == 0)
+            fuse_session_unmount(se);
+    } else if (mounted != 0) {
+        fprintf(stderr, "lynkfs: cannot mount on %s (%s): check that it is a "
+                "directory you may mount on and that /dev/fuse and fusermount3 "
+                "work\n", o.mountpoint, why[0] ? why : "libfuse refused");
         fuse_remove_signal_handlers(se);
     } else {
         fuse_daemonize(o.foreground);
