@@ -79,6 +79,7 @@ typedef struct lk_pending {
     struct fuse_file_info fi;
     bool excl;             /* O_EXCL: busy means EEXIST */
     bool rdonly;           /* create O_RDONLY: busy means open as a reader */
+    int tries;             /* rdonly: attempts that found the lock busy */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool submitted, done;
@@ -676,20 +677,33 @@ static void abandon_lock(lk_fs *fs, lk_node *n, lk_lock *lock)
     pthread_mutex_unlock(&fs->mu);
 }
 
-/* A create/open whose lock was busy but which may open read-only. */
-static void finish_reader(lk_fs *fs, lk_pending *p)
+#define READER_TRIES 5
+
+/* A read-only create whose lock was busy: the name exists, so it opens as a
+ * reader (flock(1) then waits in flock(2)). The view is read fresh: a cached
+ * "absent" is exactly what made us try to acquire. If the lock was freed
+ * meanwhile, try to acquire again. Returns true when p was resubmitted. */
+static bool finish_reader(lk_fs *fs, lk_pending *p)
 {
     lk_fh *fh = p->fh;
     view v;
     pthread_mutex_lock(&fs->mu);
-    int rc = node_view(fs, fh->node, false, &v);
+    int rc = node_view(fs, fh->node, true, &v);
+    if (rc == 0 && !v.exists && ++p->tries < READER_TRIES) {
+        pthread_mutex_unlock(&fs->mu);
+        p->submitted = p->done = false;
+        p->w = NULL;
+        p->err = (lk_error){0};
+        pending_submit(fs, p, LK_ACQ_TRY);
+        return true;
+    }
     if (rc == 0 && !v.exists)
-        rc = -EWOULDBLOCK; /* freed meanwhile but not acquired: try again */
+        rc = -EWOULDBLOCK; /* it keeps changing hands: let the caller retry */
     if (rc != 0) {
         fh_free(fs, fh);
         pthread_mutex_unlock(&fs->mu);
         fuse_reply_err(p->req, -rc);
-        return;
+        return false;
     }
     struct stat st;
     struct fuse_entry_param e;
@@ -703,16 +717,16 @@ static void finish_reader(lk_fs *fs, lk_pending *p)
         fh_free(fs, fh);
         pthread_mutex_unlock(&fs->mu);
     }
+    return false;
 }
 
-static void finish_failed(lk_fs *fs, lk_pending *p)
+/* Returns true when p was resubmitted (and must not be freed). */
+static bool finish_failed(lk_fs *fs, lk_pending *p)
 {
     lk_fh *fh = p->fh;
     if (p->kind == P_CREATE && p->rdonly && p->err.code == LK_ERR_BUSY &&
-        !fs->stopping) {
-        finish_reader(fs, p);
-        return;
-    }
+        !fs->stopping)
+        return finish_reader(fs, p);
     log_fail("acquiring lock", fh->node->key, &p->err);
     pthread_mutex_lock(&fs->mu);
     if (p->kind == P_FLOCK)
@@ -721,6 +735,7 @@ static void finish_failed(lk_fs *fs, lk_pending *p)
         fh_free(fs, fh);
     pthread_mutex_unlock(&fs->mu);
     fuse_reply_err(p->req, errno_of(&p->err, p->excl));
+    return false;
 }
 
 static void finish_acquired(lk_fs *fs, lk_pending *p)
@@ -790,8 +805,8 @@ static void finish(lk_fs *fs, lk_pending *p)
     }
     if (p->lock)
         finish_acquired(fs, p);
-    else
-        finish_failed(fs, p);
+    else if (finish_failed(fs, p))
+        return; /* tried again: p lives on */
     pending_free(p);
 }
 
