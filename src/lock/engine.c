@@ -57,6 +57,8 @@ typedef struct eacq {
     void *arg;
 } eacq;
 
+#define SYNC_POOL_MAX 16
+
 typedef struct erun {
     struct erun *prev, *next;
     ddb_req *req;
@@ -71,8 +73,13 @@ typedef struct live_node {
 struct lk_engine {
     aws_config *cfg;
     ddb_client *client;        /* configuration for async requests */
-    ddb_client *sync_client;   /* lk_observe / lk_break */
+    /* lk_observe / lk_break: a pool of clients (one connection each), so
+     * that reads from many FUSE threads do not queue on one connection */
+    ddb_client *sync_pool[SYNC_POOL_MAX];
+    int sync_free;             /* clients at sync_pool[0 .. sync_free) are idle */
+    int sync_made;             /* clients created so far */
     pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
     lk_core *core;
     CURLM *multi;
     pthread_t thread;
@@ -482,6 +489,7 @@ lk_engine *lk_engine_new(aws_config *cfg, const lk_engine_options *opts,
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->qmu, NULL);
     pthread_mutex_init(&e->sync_mu, NULL);
+    pthread_cond_init(&e->sync_cv, NULL);
     pthread_cond_init(&e->qcv, NULL);
     lk_core_config cc = {
         .opts = *opts, .now_ms = clock_now, .send = send_op, .ctx = e,
@@ -493,9 +501,8 @@ lk_engine *lk_engine_new(aws_config *cfg, const lk_engine_options *opts,
     if (!e->core)
         goto fail;
     e->client = ddb_client_new(cfg, NULL);
-    e->sync_client = ddb_client_new(cfg, NULL);
     e->multi = curl_multi_init();
-    if (!e->client || !e->sync_client || !e->multi) {
+    if (!e->client || !e->multi) {
         eset(err, LK_ERR_NOMEM, "out of memory starting the lock engine");
         goto fail;
     }
@@ -541,7 +548,9 @@ void lk_engine_free(lk_engine *e)
     if (e->multi)
         curl_multi_cleanup(e->multi);
     ddb_client_free(e->client);
-    ddb_client_free(e->sync_client);
+    for (int i = 0; i < e->sync_free; i++) /* all idle once callers returned */
+        ddb_client_free(e->sync_pool[i]);
+    pthread_cond_destroy(&e->sync_cv);
     pthread_cond_destroy(&e->qcv);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->qmu);
@@ -783,16 +792,41 @@ static lk_code ddb_fail(lk_error *err, const char *name, const ddb_error *d)
     return LK_ERR_DDB;
 }
 
+/* An idle client of the pool, made on demand up to SYNC_POOL_MAX; NULL only
+ * when out of memory. */
+static ddb_client *sync_get(lk_engine *e)
+{
+    ddb_client *c = NULL;
+    pthread_mutex_lock(&e->sync_mu);
+    while (e->sync_free == 0 && e->sync_made >= SYNC_POOL_MAX)
+        pthread_cond_wait(&e->sync_cv, &e->sync_mu);
+    if (e->sync_free > 0) {
+        c = e->sync_pool[--e->sync_free];
+    } else if ((c = ddb_client_new(e->cfg, NULL)) != NULL) {
+        e->sync_made++;
+    }
+    pthread_mutex_unlock(&e->sync_mu);
+    return c;
+}
+
+static void sync_put(lk_engine *e, ddb_client *c)
+{
+    pthread_mutex_lock(&e->sync_mu);
+    e->sync_pool[e->sync_free++] = c;
+    pthread_cond_signal(&e->sync_cv);
+    pthread_mutex_unlock(&e->sync_mu);
+}
+
 static lk_code get_item(lk_engine *e, const char *name, json_t **item,
                         lk_error *err)
 {
     ddb_error d = {0};
     json_t *key = json_pack("{s:o}", "lockKey", ddb_s(name));
     const char *table = lk_core_options(e->core)->table;
-    pthread_mutex_lock(&e->sync_mu);
-    ddb_code code = key ? ddb_get_item(e->sync_client, table, key, item, 0, &d)
-                        : DDB_ERR_NOMEM;
-    pthread_mutex_unlock(&e->sync_mu);
+    ddb_client *c = key ? sync_get(e) : NULL;
+    ddb_code code = c ? ddb_get_item(c, table, key, item, 0, &d) : DDB_ERR_NOMEM;
+    if (c)
+        sync_put(e, c);
     json_decref(key);
     lk_code rc = code == DDB_OK ? LK_OK : ddb_fail(err, name, &d);
     ddb_error_clear(&d);
@@ -848,12 +882,12 @@ lk_code lk_break(lk_engine *e, const char *name, lk_error *err)
                                : "attribute_not_exists(versionNumber)",
                      .values = vals};
     ddb_error d = {0};
-    pthread_mutex_lock(&e->sync_mu);
-    ddb_code code = key ? ddb_delete_item(e->sync_client,
-                                          lk_core_options(e->core)->table, key,
-                                          &cond, 0, &d)
-                        : DDB_ERR_NOMEM;
-    pthread_mutex_unlock(&e->sync_mu);
+    ddb_client *c = key ? sync_get(e) : NULL;
+    ddb_code code = c ? ddb_delete_item(c, lk_core_options(e->core)->table, key,
+                                        &cond, 0, &d)
+                      : DDB_ERR_NOMEM;
+    if (c)
+        sync_put(e, c);
     json_decref(key);
     json_decref(vals);
     json_decref(item);
