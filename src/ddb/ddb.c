@@ -1147,51 +1147,79 @@ static ddb_code page_loop(ddb_error *err, const char *op)
                    "DynamoDB service", op);
 }
 
-ddb_code ddb_list_tables(ddb_client *c, ddb_name_cb cb, void *arg,
+/* One paginated operation: send base (with the page token under start_field
+ * from the second page on), hand each element of the answer's list_field to
+ * fn, follow next_field until it is absent. fn returns non-zero to stop. A
+ * server that hands out the same token twice would loop forever: refused. */
+typedef int (*page_fn)(json_t *element, void *arg);
+
+static ddb_code paginate(ddb_client *c, const char *op, json_t *base,
+                         const char *list_field, const char *next_field,
+                         const char *start_field, page_fn fn, void *arg,
                          ddb_error *err)
 {
-    char *start = NULL, *prev = NULL;
-    ddb_code code;
+    json_t *token = NULL;
+    ddb_code code = DDB_OK;
 
+    if (!base)
+        return nomem(err, op);
     for (;;) {
-        json_t *b = json_object(), *resp = NULL, *v;
+        json_t *b = json_deep_copy(base), *resp = NULL, *v;
         size_t i;
-        if (b && start && !put_new(b, "ExclusiveStartTableName", json_string(start))) {
+        if (b && token && json_object_set(b, start_field, token) != 0) {
             json_decref(b);
             b = NULL;
         }
-        free(start);
-        start = NULL;
-        code = call_new(c, "ListTables", b, &resp, 0, err);
-        if (code != DDB_OK) {
-            free(prev);
-            return code;
-        }
-        json_array_foreach(json_object_get(resp, "TableNames"), i, v) {
-            if (json_is_string(v) && cb && cb(json_string_value(v), arg) != 0) {
+        code = call_new(c, op, b, &resp, 0, err);
+        if (code != DDB_OK)
+            break;
+        json_array_foreach(json_object_get(resp, list_field), i, v) {
+            if (fn(v, arg) != 0) {
                 json_decref(resp);
-                free(prev);
-                return DDB_OK;
+                goto out;
             }
         }
-        const char *last = json_string_value(json_object_get(resp, "LastEvaluatedTableName"));
-        bool same = last && prev && strcmp(last, prev) == 0;
-        free(prev);
-        prev = NULL;
-        start = last && !same ? strdup(last) : NULL;
+        json_t *next = json_object_get(resp, next_field);
+        bool more = json_is_string(next) ||
+                    (json_is_object(next) && json_object_size(next) > 0);
+        bool same = more && token && json_equal(next, token);
+        json_decref(token);
+        token = more && !same ? json_incref(next) : NULL;
         json_decref(resp);
         if (same)
-            return page_loop(err, "ListTables");
-        if (!last)
-            return DDB_OK;
-        if (!start)
-            return nomem(err, "ListTables");
-        prev = strdup(start);
-        if (!prev) {
-            free(start);
-            return nomem(err, "ListTables");
-        }
+            code = page_loop(err, op);
+        if (!token)
+            break;
     }
+out:
+    json_decref(token);
+    json_decref(base);
+    return code;
+}
+
+typedef struct page_cb {
+    union {
+        ddb_name_cb name;
+        ddb_tag_cb tag;
+        ddb_item_cb item;
+    } cb;
+    void *arg;
+} page_cb;
+
+static int table_name_page(json_t *v, void *arg)
+{
+    page_cb *p = arg;
+    return json_is_string(v) && p->cb.name &&
+           p->cb.name(json_string_value(v), p->arg) != 0;
+}
+
+ddb_code ddb_list_tables(ddb_client *c, ddb_name_cb cb, void *arg,
+                         ddb_error *err)
+{
+    page_cb p = {.cb.name = cb, .arg = arg};
+    return paginate(c, "ListTables", json_object(), "TableNames",
+                    "LastEvaluatedTableName", "ExclusiveStartTableName",
+                    table_name_page, &p, err);
 }
 
 ddb_code ddb_tag_resource(ddb_client *c, const char *arn, const char *key,
@@ -1205,104 +1233,40 @@ ddb_code ddb_tag_resource(ddb_client *c, const char *arn, const char *key,
     return call_new(c, "TagResource", b, NULL, 0, err);
 }
 
+static int tag_page(json_t *v, void *arg)
+{
+    page_cb *p = arg;
+    const char *k = json_string_value(json_object_get(v, "Key"));
+    const char *val = json_string_value(json_object_get(v, "Value"));
+    return k && val && p->cb.tag && p->cb.tag(k, val, p->arg) != 0;
+}
+
 ddb_code ddb_list_tags(ddb_client *c, const char *arn, ddb_tag_cb cb,
                        void *arg, ddb_error *err)
 {
-    char *token = NULL, *prev = NULL;
-    ddb_code code;
+    page_cb p = {.cb.tag = cb, .arg = arg};
+    return paginate(c, "ListTagsOfResource",
+                    arn ? json_pack("{s:s}", "ResourceArn", arn) : NULL,
+                    "Tags", "NextToken", "NextToken", tag_page, &p, err);
+}
 
-    for (;;) {
-        json_t *b = arn ? json_pack("{s:s}", "ResourceArn", arn) : NULL;
-        json_t *resp = NULL, *v;
-        size_t i;
-        if (b && token && !put_new(b, "NextToken", json_string(token))) {
-            json_decref(b);
-            b = NULL;
-        }
-        free(token);
-        token = NULL;
-        code = call_new(c, "ListTagsOfResource", b, &resp, 0, err);
-        if (code != DDB_OK) {
-            free(prev);
-            return code;
-        }
-        json_array_foreach(json_object_get(resp, "Tags"), i, v) {
-            const char *k = json_string_value(json_object_get(v, "Key"));
-            const char *val = json_string_value(json_object_get(v, "Value"));
-            if (k && val && cb && cb(k, val, arg) != 0) {
-                json_decref(resp);
-                free(prev);
-                return DDB_OK;
-            }
-        }
-        const char *next = json_string_value(json_object_get(resp, "NextToken"));
-        bool same = next && prev && strcmp(next, prev) == 0;
-        free(prev);
-        prev = NULL;
-        token = next && !same ? strdup(next) : NULL;
-        json_decref(resp);
-        if (same)
-            return page_loop(err, "ListTagsOfResource");
-        if (!next)
-            return DDB_OK;
-        if (!token)
-            return nomem(err, "ListTagsOfResource");
-        prev = strdup(token);
-        if (!prev) {
-            free(token);
-            return nomem(err, "ListTagsOfResource");
-        }
-    }
+static int item_page(json_t *v, void *arg)
+{
+    page_cb *p = arg;
+    return json_is_object(v) && p->cb.item && p->cb.item(v, p->arg) != 0;
 }
 
 ddb_code ddb_scan(ddb_client *c, const char *table, bool consistent,
                   ddb_item_cb cb, void *arg, ddb_error *err)
 {
-    json_t *start = NULL, *prev = NULL;
-    ddb_code code;
-
-    for (;;) {
-        json_t *b = body_table(table), *resp = NULL, *v;
-        size_t i;
-        if (b && consistent && !put_new(b, "ConsistentRead", json_true()))
-            goto nomem_b;
-        if (b && start && json_object_set_new(b, "ExclusiveStartKey", start) != 0) {
-            start = NULL;
-            goto nomem_b;
-        }
-        start = NULL;
-        code = call_new(c, "Scan", b, &resp, 0, err);
-        if (code != DDB_OK) {
-            json_decref(prev);
-            return code;
-        }
-        json_array_foreach(json_object_get(resp, "Items"), i, v) {
-            if (json_is_object(v) && cb && cb(v, arg) != 0) {
-                json_decref(resp);
-                json_decref(prev);
-                return DDB_OK;
-            }
-        }
-        json_t *last = json_object_get(resp, "LastEvaluatedKey");
-        bool same = prev && json_equal(last, prev);
-        json_decref(prev);
-        prev = NULL;
-        if (!same && json_is_object(last) && json_object_size(last) > 0) {
-            start = json_incref(last);
-            prev = json_incref(last);
-        }
-        json_decref(resp);
-        if (same)
-            return page_loop(err, "Scan");
-        if (!start)
-            return DDB_OK;
-        continue;
-nomem_b:
+    page_cb p = {.cb.item = cb, .arg = arg};
+    json_t *b = body_table(table);
+    if (b && consistent && !put_new(b, "ConsistentRead", json_true())) {
         json_decref(b);
-        json_decref(start);
-        json_decref(prev);
-        return nomem(err, "Scan");
+        b = NULL;
     }
+    return paginate(c, "Scan", b, "Items", "LastEvaluatedKey",
+                    "ExclusiveStartKey", item_page, &p, err);
 }
 
 ddb_code ddb_get_item(ddb_client *c, const char *table, json_t *key,
