@@ -1071,6 +1071,26 @@ static lk_acq_mode acq_mode(int flags)
     return (flags & (O_NONBLOCK | O_EXCL)) ? LK_ACQ_TRY : LK_ACQ_WAIT;
 }
 
+/* The pending acquire of an open or create through the new handle fh (NULL
+ * when it could not be made); on failure, replies ENOMEM and frees fh. */
+static lk_pending *pending_for(lk_fs *fs, fuse_req_t req, pend_kind kind,
+                               lk_fh *fh, const struct fuse_file_info *fi)
+{
+    lk_pending *p = fh ? pending_new(fs, req, kind, fh, fi) : NULL;
+    if (!p) {
+        if (fh) {
+            pthread_mutex_lock(&fs->mu);
+            fh_free(fs, fh);
+            pthread_mutex_unlock(&fs->mu);
+        }
+        fuse_reply_err(req, ENOMEM);
+        return NULL;
+    }
+    p->fi.fh = (uintptr_t)fh;
+    p->fi.direct_io = 1;
+    return p;
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
                       mode_t mode, struct fuse_file_info *fi)
 {
@@ -1089,18 +1109,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
     lk_node *n = node_get(fs, key);
     lk_fh *fh = n ? fh_new(fs, n, fi->flags, pid) : NULL;
     pthread_mutex_unlock(&fs->mu);
-    lk_pending *p = fh ? pending_new(fs, req, P_CREATE, fh, fi) : NULL;
-    if (!p) {
-        if (fh) {
-            pthread_mutex_lock(&fs->mu);
-            fh_free(fs, fh);
-            pthread_mutex_unlock(&fs->mu);
-        }
-        fuse_reply_err(req, ENOMEM);
+    lk_pending *p = pending_for(fs, req, P_CREATE, fh, fi);
+    if (!p)
         return;
-    }
-    p->fi.fh = (uintptr_t)fh;
-    p->fi.direct_io = 1;
     p->excl = (fi->flags & O_EXCL) != 0;
     p->rdonly = (fi->flags & O_ACCMODE) == O_RDONLY && !p->excl;
     pending_submit(fs, p, p->rdonly ? LK_ACQ_TRY : acq_mode(fi->flags));
@@ -1150,19 +1161,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     lk_fh *fh = fh_new(fs, n, fi->flags, pid);
     pthread_mutex_unlock(&fs->mu);
-    lk_pending *p = fh ? pending_new(fs, req, P_OPEN, fh, fi) : NULL;
-    if (!p) {
-        if (fh) {
-            pthread_mutex_lock(&fs->mu);
-            fh_free(fs, fh);
-            pthread_mutex_unlock(&fs->mu);
-        }
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    p->fi.fh = (uintptr_t)fh;
-    p->fi.direct_io = 1;
-    pending_submit(fs, p, acq_mode(fi->flags));
+    lk_pending *p = pending_for(fs, req, P_OPEN, fh, fi);
+    if (p)
+        pending_submit(fs, p, acq_mode(fi->flags));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
