@@ -44,6 +44,7 @@ typedef struct lk_node {
     gid_t gid;             /* the acquirer's group */
     /* the table as last seen */
     bool obs_valid, obs_found;
+    bool obs_own;          /* absent because we released it ourselves */
     uint64_t scan_gen;
     int64_t obs_ms;
     int64_t seen_wall;     /* when this version was first seen */
@@ -397,12 +398,15 @@ static void obs_store(lk_node *n, const lk_item *it, bool found, int64_t at)
     }
     n->obs_found = found;
     n->obs_valid = true;
+    n->obs_own = false;
     n->obs_ms = at;
 }
 
+/* We released it: the table cannot hold it unless someone took it since. */
 static void obs_absent(lk_node *n)
 {
     obs_store(n, NULL, false, lk_now_ms());
+    n->obs_own = true;
 }
 
 /* The view of node n; asks the table when nothing fresh is known (always
@@ -871,21 +875,22 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (!name_to_key(req, parent, name, key, sizeof key))
         return;
     pthread_mutex_lock(&fs->mu);
-    lk_node *n = node_by_key(fs, key);
-    if (!n && fs->listed_ms && lk_now_ms() - fs->listed_ms < fs->o.cache_ms) {
-        pthread_mutex_unlock(&fs->mu); /* not in a fresh listing */
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    if (!n)
-        n = node_get(fs, key);
+    lk_node *n = node_get(fs, key);
     if (!n) {
         pthread_mutex_unlock(&fs->mu);
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    /* "Absent" sends an open(O_CREAT) to op_create, which the kernel runs
+     * holding the directory's lock: if the name was taken meanwhile, a
+     * blocking create would wait there and stall every create and unlink of
+     * the mount. So an absent answer comes from the table, unless we
+     * released the lock ourselves a moment ago; "present" may be cached
+     * (the open then waits in op_open, outside the directory's lock). */
     n->nopen++;
     int rc = node_view(fs, n, false, &v);
+    if (rc == 0 && !v.exists && !n->obs_own)
+        rc = node_view(fs, n, true, &v);
     n->nopen--;
     if (rc == 0 && !v.exists)
         rc = -ENOENT;

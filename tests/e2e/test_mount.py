@@ -81,6 +81,25 @@ class ShellIdioms(MountCase):
         rc, err = w.finish()
         self.assertEqual(rc, 0, err)
 
+    def test_a_waiting_open_does_not_stall_the_mount(self):
+        # host-b saw "deploy" absent a moment ago (a listing within cache=);
+        # then host-a took it. host-b's exec 9> must wait for it without
+        # holding up other creates and unlinks on host-b's mount.
+        self.assertNotIn("deploy", os.listdir(self.b.dir))
+        h = self.holder(self.a.path("deploy"))
+        w = self.proc('exec 9>%s || exit 3; echo acquired; read -r _ || :' % q(self.b.path("deploy")))
+        self.assertIsNone(w.line(0.5), "exec 9> acquired a lock held on the other host")
+        t0 = time.monotonic()
+        r = self.bash("touch %s && rm %s" % (q(self.b.path("other")), q(self.b.path("other"))),
+                      timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertLess(time.monotonic() - t0, 3.0, "a waiting open stalled the mount")
+        self.assertEqual(self.bash("rm %s" % q(self.a.path("deploy"))).returncode, 0)
+        self.assertEqual(w.line(3), "acquired", "the waiter did not take the released lock")
+        h.finish()
+        rc, err = w.finish()
+        self.assertEqual(rc, 0, err)
+
     def test_held_while_fd_open_and_refreshed_every_heartbeat(self):
         h = self.holder(self.a.path("deploy"))
         w = self.watch(self.t, "deploy")
