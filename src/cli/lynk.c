@@ -1,5 +1,6 @@
 /* lynk.c — the `lynk` command line: lynk's table commands (create-table,
- * list-tables, delete-table) with lynk's messages, over the DynamoDB client.
+ * list-tables, delete-table) with lynk's messages, over the DynamoDB client,
+ * and `break`, over the lock engine.
  *
  * Exit status: 0 success, 1 the operation failed, 2 usage error. Every
  * failure prints one line on stderr naming the cause and the fix. */
@@ -11,6 +12,7 @@
 
 #include "aws/config.h"
 #include "ddb/ddb.h"
+#include "lock/engine.h"
 #include "util/clock.h"
 #include "util/log.h"
 
@@ -173,10 +175,44 @@ static int cmd_list(cli *c, char **argv)
     return 0;
 }
 
+/* lynk break TABLE NAME: delete a lock whoever holds it (an unlink through a
+ * mount refuses that with EBUSY). Conditional on the version just read, so
+ * a lock taken again meanwhile is left alone. */
+static int cmd_break(cli *c, char **argv)
+{
+    const char *table = argv[0], *name = argv[1];
+    lk_engine_options eo = {.table = table, .host = "lynk-break"};
+    lk_error err = {0};
+    lk_item it = {0};
+    bool found = false;
+    int rc = EXIT_FAIL;
+
+    lk_engine *e = lk_engine_new(c->cfg, &eo, &err);
+    if (!e) {
+        fprintf(stderr, "lynk: %s\n", err.msg);
+        return EXIT_FAIL;
+    }
+    if (lk_observe(e, name, &it, &found, &err) != LK_OK) {
+        fprintf(stderr, "lynk: %s\n", err.msg);
+    } else if (!found) {
+        printf("Lock %s is not held.\n", name);
+        rc = 0;
+    } else if (lk_break(e, name, &err) != LK_OK) {
+        fprintf(stderr, "lynk: %s\n", err.msg);
+    } else {
+        printf("Broke lock %s (held by %s, version %s)\n", name, it.host, it.version);
+        rc = 0;
+    }
+    lk_item_clear(&it);
+    lk_engine_free(e);
+    return rc;
+}
+
 static const command commands[] = {
     {"create-table", 1, "NAME", "create a lock table (tagged lynk=lock-table) and wait until it is ACTIVE", cmd_create},
     {"list-tables", 0, "", "list the tables tagged lynk=lock-table", cmd_list},
     {"delete-table", 1, "NAME", "delete a table and wait until it is gone", cmd_delete},
+    {"break", 2, "TABLE LOCK", "delete a lock whoever holds it (LOCK is its lockKey)", cmd_break},
 };
 
 static void usage(FILE *out)
@@ -186,7 +222,7 @@ static void usage(FILE *out)
             "\n"
             "Commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-13s %-5s %s\n", commands[i].name, commands[i].args,
+        fprintf(out, "  %-13s %-10s %s\n", commands[i].name, commands[i].args,
                 commands[i].help);
     fprintf(out,
             "\n"

@@ -18,7 +18,7 @@ import time
 
 from botocore.exceptions import ClientError
 
-from lynktest import SERVER, clean_env, free_port, unique
+from lynktest import SERVER, clean_env, free_port, program, run, unique
 from mountfix import (LYNKFS, UUID4, MountCase, daemon_pids, mounted, parse_text,
                       sh_quote, threads_of)
 
@@ -579,6 +579,44 @@ class Expiry(MountCase):
         left = [(i["lockKey"]["S"], i["hostIdentifier"]["S"]) for i in self.items(t)]
         self.assertEqual(left, [], "locks left in the table after unmount/SIGTERM")
 
+
+class LostLock(MountCase):
+    """A lock broken from outside (lynk break) is lost for its holder: the
+    state says so, writes fail with EIO, the log names the lock, and it is
+    never silently re-acquired."""
+
+    def setUp(self):
+        super().setUp()
+        self.t = self.make_table()
+        self.a = self.mount(self.t, "host-a", "lease=%d" % LEASE, "heartbeat=" + HB)
+
+    def test_broken_lock_is_lost_not_reacquired(self):
+        fd = os.open(self.a.path("deploy"), os.O_RDWR | os.O_CREAT, 0o644)
+        self.addCleanup(os.close, fd)
+        self.assertEqual(self.item(self.t, "deploy")["hostIdentifier"]["S"], "host-a")
+        r = run([program("lynk"), "break", self.t, "deploy"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"^Broke lock deploy \(held by host-a, version [0-9a-f-]{36}\)\n$")
+        self.assertIsNone(self.item(self.t, "deploy"))
+        # the next refresh (heartbeat 0.5 s) finds another version: lost
+        deadline = time.monotonic() + 3 * LEASE
+        text = ""
+        while time.monotonic() < deadline:
+            text = os.pread(fd, 4096, 0).decode()   # the holder's descriptor
+            if "state=lost" in text:
+                break
+            time.sleep(0.1)
+        self.assertIn("state=lost", text)
+        self.assertFalse(os.path.exists(self.a.path("deploy")), "the name shows the table: free")
+        with self.assertRaises(OSError) as cm:
+            os.write(fd, b"still mine?")
+        self.assertEqual(cm.exception.errno, errno.EIO)
+        self.assertIn("deploy", self.a.logtext())
+        self.assertIn("lost", self.a.logtext())
+        time.sleep(1.0)
+        self.assertIsNone(self.item(self.t, "deploy"), "a lost lock was re-acquired")
+        r = run([program("lynk"), "break", self.t, "deploy"])
+        self.assertEqual((r.returncode, r.stdout), (0, "Lock deploy is not held.\n"))
 
 class LynkPeer:
     """A lynk-protocol client written with boto3 (SPEC §1)."""
