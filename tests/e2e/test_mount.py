@@ -618,6 +618,75 @@ class LostLock(MountCase):
         r = run([program("lynk"), "break", self.t, "deploy"])
         self.assertEqual((r.returncode, r.stdout), (0, "Lock deploy is not held.\n"))
 
+class MountHelper(MountCase):
+    """mount(8) runs /sbin/mount.lynkfs TABLE DIR -o OPTS: `mount -t lynkfs`
+    and an fstab line work, fstab-only options are dropped, umount
+    releases. The test links /sbin/mount.lynkfs to the built lynkfs for its
+    duration (as `ninja install` would install it)."""
+
+    HELPER = "/sbin/mount.lynkfs"
+
+    def setUp(self):
+        super().setUp()
+        if os.path.lexists(self.HELPER):
+            self.fail("%s already exists: this test would replace it; remove it first"
+                      % self.HELPER)
+        os.symlink(LYNKFS, self.HELPER)
+        self.addCleanup(os.unlink, self.HELPER)
+        self.t = self.make_table()
+        self.dir = tempfile.mkdtemp(prefix="lynkfs-mnt-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.addCleanup(self.umount)
+
+    def umount(self):
+        if mounted(self.dir):
+            subprocess.run(["umount", self.dir], capture_output=True)
+        if mounted(self.dir):
+            subprocess.run(["umount", "-l", self.dir], capture_output=True)
+        for pid in daemon_pids(self.dir):
+            os.kill(pid, signal.SIGKILL)
+
+    def check_mount(self, lease, host):
+        self.assertTrue(mounted(self.dir))
+        r = self.bash("touch %s" % q(os.path.join(self.dir, "job")))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        it = self.item(self.t, "job")
+        self.assertEqual((it["leaseDuration"]["N"], it["hostIdentifier"]["S"]), (str(lease), host))
+        r = subprocess.run(["umount", self.dir], capture_output=True, text=True, env=self.env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(mounted(self.dir))
+        self.assertIsNone(self.item(self.t, "job"), "umount did not release the lock")
+
+    def test_mount_t_lynkfs(self):
+        r = subprocess.run(["mount", "-t", "lynkfs", "-o", "_netdev,lease=30,host=via-mount",
+                            self.t, self.dir], capture_output=True, text=True, env=self.env,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open("/proc/mounts") as f:
+            line = [l for l in f if l.split()[1] == os.path.realpath(self.dir)]
+        self.assertEqual(line[0].split()[:3], [self.t, os.path.realpath(self.dir), "fuse.lynkfs"])
+        self.check_mount(30, "via-mount")
+
+    def test_fstab_line(self):
+        fstab = os.path.join(self.dir + ".fstab")
+        self.addCleanup(os.unlink, fstab)
+        with open(fstab, "w") as f:
+            f.write("%s %s lynkfs _netdev,nofail,noauto,lease=25,host=via-fstab 0 0\n"
+                    % (self.t, self.dir))
+        r = subprocess.run(["mount", "--fstab", fstab, self.dir], capture_output=True,
+                           text=True, env=self.env, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.check_mount(25, "via-fstab")
+
+    def test_mount_failure_is_one_line_and_nothing_mounted(self):
+        r = subprocess.run(["mount", "-t", "lynkfs", "no-such-table", self.dir],
+                           capture_output=True, text=True, env=self.env, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no-such-table does not exist", r.stderr)
+        self.assertEqual(len([l for l in r.stderr.splitlines() if "lynkfs" in l]), 1, r.stderr)
+        self.assertFalse(mounted(self.dir))
+
+
 class LynkPeer:
     """A lynk-protocol client written with boto3 (SPEC §1)."""
 
