@@ -1145,8 +1145,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         n->nopen++;
         int rc = node_view(fs, n, false, &v);
         n->nopen--;
+        /* Released since the lookup that led here. ESTALE makes the kernel
+         * redo the whole open with a fresh lookup: a plain open then gets
+         * ENOENT, and an open(O_CREAT) (flock(1)) goes to op_create and
+         * acquires, as it would have had the name been absent at first. */
         if (rc == 0 && !v.exists)
-            rc = -ENOENT;
+            rc = -ESTALE;
         lk_fh *fh = rc == 0 ? fh_new(fs, n, fi->flags, pid) : NULL;
         if (rc == 0 && !fh)
             rc = -ENOMEM;

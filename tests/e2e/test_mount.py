@@ -655,6 +655,11 @@ class MountHelper(MountCase):
         r = subprocess.run(["umount", self.dir], capture_output=True, text=True, env=self.env)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertFalse(mounted(self.dir))
+        # the daemon releases what it holds, then exits
+        deadline = time.monotonic() + 15
+        while daemon_pids(self.dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(daemon_pids(self.dir), [], "the daemon did not exit after umount")
         self.assertIsNone(self.item(self.t, "job"), "umount did not release the lock")
 
     def test_mount_t_lynkfs(self):
