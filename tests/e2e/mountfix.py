@@ -35,7 +35,8 @@ def daemon_pids(mountpoint):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"lynkfs" and \
+        # mount(8) runs the daemon as mount.lynkfs
+        if argv and os.path.basename(argv[0]) in (b"lynkfs", b"mount.lynkfs") and \
                 os.fsencode(mountpoint) in argv:
             pids.append(int(d))
     return pids
